@@ -1,4 +1,4 @@
-"""
+r"""
 A small GPT with partial rotary position embedding (partial RoPE).
 
 Read this file top to bottom as a tutorial; train it with train.py. A quick check:

@@ -135,10 +135,13 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the model (default: on for CUDA, off elsewhere)")
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
 
-    # Fill what the user left unset from the preset, remembering what was given explicitly so that
-    # --resume can tell a contradiction from a default.
-    args.explicit = sorted(k for k, v in vars(args).items() if v is not None and k in MODEL_FLAGS)
+    # Record which flags were given explicitly (a second parse with every default suppressed), so
+    # that --resume can tell a contradiction or a deliberate change from a default.
+    for action in p._actions:
+        action.default = argparse.SUPPRESS
+    args.explicit = sorted(vars(p.parse_args(argv)))
     for key, value in PRESETS[args.preset].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -238,9 +241,9 @@ def clean_state_dict(state_dict: dict) -> dict:
     """Strip the prefixes that torch.compile (_orig_mod.) and DDP (module.) add to parameter names."""
     cleaned = {}
     for key, value in state_dict.items():
-        for prefix in ("_orig_mod.", "module."):
-            while key.startswith(prefix):
-                key = key[len(prefix):]
+        # in any order and nesting: DDP around a compiled model gives module._orig_mod.
+        while key.startswith(("_orig_mod.", "module.")):
+            key = key.split(".", 1)[1]
         cleaned[key] = value
     return cleaned
 
@@ -441,6 +444,21 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+# Settings that --resume takes from the checkpoint unless the flag is given again, so that
+# `train.py --resume` alone continues the run's own schedule.
+RESUMED_FLAGS = ("batch_size", "grad_accum", "max_iters", "lr", "min_lr", "warmup_iters", "weight_decay",
+                 "beta1", "beta2", "grad_clip", "eval_interval", "eval_iters", "spike_factor", "log_interval")
+
+
+def resume_settings(args: argparse.Namespace, ckpt: dict) -> argparse.Namespace:
+    """Return a copy of args with the checkpoint's training settings where no flag overrides them."""
+    resumed = argparse.Namespace(**vars(args))
+    for key in RESUMED_FLAGS:
+        if key not in args.explicit and key in ckpt["settings"]:
+            setattr(resumed, key, ckpt["settings"][key])
+    return resumed
+
+
 def resolve_model_config(args: argparse.Namespace, fraction: float, vocab_size: int,
                          ckpt: Optional[dict]) -> GPTConfig:
     """Return the run's GPTConfig: from the flags, or on --resume from the checkpoint.
@@ -451,7 +469,7 @@ def resolve_model_config(args: argparse.Namespace, fraction: float, vocab_size: 
         values = {k: getattr(args, k) for k in MODEL_FLAGS}
         return GPTConfig(vocab_size=vocab_size, rope_fraction=fraction, **values)
     config = GPTConfig.from_dict(ckpt["model_config"])
-    requested = {k: getattr(args, k) for k in args.explicit}
+    requested = {k: getattr(args, k) for k in args.explicit if k in MODEL_FLAGS}
     requested["rope_fraction"] = fraction
     for key, value in requested.items():
         if getattr(config, key) != value:
@@ -488,7 +506,7 @@ class Run:
         """Drop log lines written after the checkpoint, so a resumed log has each step once."""
         if not self.master or not self.log_path.exists():
             return
-        kept, keep_upto = [], 0
+        keep_upto, covered_upto = 0, 0
         with open(self.log_path, encoding="utf-8", errors="replace") as f:
             lines = f.readlines()
         for i, line in enumerate(lines):
@@ -498,7 +516,11 @@ class Run:
                 continue
             if event.get("event") == "checkpoint" and event.get("iter") == ckpt_iter:
                 keep_upto = i + 1
-        kept = lines[:keep_upto]
+            if event.get("iter", 0) <= ckpt_iter:
+                covered_upto = i + 1
+        # A kill after the checkpoint's rename but before its log line leaves no "checkpoint" line:
+        # then keep the header and every line up to the last one about a step the checkpoint covers.
+        kept = lines[:keep_upto or covered_upto]
         tmp = self.log_path.with_name("log.jsonl.tmp")
         tmp.write_text("".join(kept), encoding="utf-8")
         os.replace(tmp, self.log_path)
@@ -520,6 +542,7 @@ class Run:
                            f"message=\"run is finished; nothing to resume\"")
                 return "finished"
             ckpt = load_checkpoint(ckpt_path, device)
+            self.args = args = resume_settings(args, ckpt)
         elif ckpt_path.exists() and not args.overwrite:
             raise RunError(f"{ckpt_path} already exists; pass --resume to continue it, --overwrite to "
                            f"start again, or choose another --out_dir")
@@ -564,12 +587,13 @@ class Run:
 
         # ---- run directory and the header that reproduces the run ----
         settings = {k: v for k, v in vars(args).items() if k != "explicit"}
+        settings.update({k: getattr(config, k) for k in MODEL_FLAGS})  # the model actually built
         header = {"event": "header", "run_name": self.name, "group": run_group(args, self.fraction),
                   "settings": settings, "seed": self.seed, "model": config.to_dict(),
                   "rope_dims": config.rope_dims, "head_dim": config.head_dim,
                   "num_params": raw_model.num_params(), "dataset": self.meta.get("dataset"),
                   "versions": library_versions(), "device": device, "dtype": self.dtype,
-                  "world_size": self.world, "git_commit": git_commit(), "argv": sys.argv,
+                  "world_size": self.world, "git_commit": git_commit(), "argv": args.argv,
                   "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         if self.master:
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -665,8 +689,9 @@ class Run:
                 checkpoint(it, val_loss, wall_before + time.time() - t_start)
 
         wall = wall_before + time.time() - t_start
-        if ckpt is not None and start_iter == args.max_iters:
-            val_loss = ckpt["val_loss"]  # killed after the last checkpoint, before the summary
+        if ckpt is not None and start_iter >= args.max_iters:
+            # killed after the last checkpoint, before the summary (or resumed with a lower --max_iters)
+            val_loss = ckpt["val_loss"]
         if status == "diverged":
             val_loss = float("nan")
 
@@ -693,12 +718,14 @@ class Run:
     def probe_compile(self, model: torch.nn.Module, config: GPTConfig, device: str) -> None:
         """Compile with one forward and backward on a dummy batch, so a failure stops the run before training."""
         x = torch.zeros((self.args.batch_size, config.block_size), dtype=torch.long, device=device)
+        rng = rng_state()  # dropout in the probe must not shift the run's random stream
         try:
             _, loss = model(x, x)
             loss.backward()
         except Exception as e:  # torch.compile raises many backend-specific error types
             raise RunError(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
                            f"pass --no-compile to train without it") from None
+        set_rng_state(rng)
         model.zero_grad(set_to_none=True)
 
     def evaluate_long_context(self, model: GPT, val_data: TokenFile, config: GPTConfig, autocast) -> dict:
