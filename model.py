@@ -19,7 +19,9 @@ rope_fraction = 0.1 (r = int(64 * 0.1) = 6, rounded down to an even number):
     pairs (GPT-NeoX "rotate half"): (0, 3), (1, 4), (2, 5), i.e. channel i with i + r/2
     pair i turns by angle  pos * theta_i,  theta_i = base ** (-2i / r),  i = 0 .. r/2 - 1
 
-Three details decide whether a reproduction matches the paper's GPT-NeoX runs:
+Three details decide whether a reproduction matches the runs of "Fractional Rotation, Full
+Potential? Investigating Performance and Convergence of Partial RoPE" (arXiv 2603.11611), which
+used GPT-NeoX's partial RoPE:
 1. The frequencies span the rotated width r, not head_dim, so even 6 channels get one fast pair
    (theta_0 = 1) and one slow pair (theta_2 = base ** (-4/6)).
 2. Only q and k are rotated. v carries content and is never touched.
@@ -49,10 +51,10 @@ from torch.nn import functional as F
 
 @dataclass
 class GPTConfig:
-    """Every setting that decides the model's shape and position handling.
+    """Model settings: shape, position handling and block style.
 
-    Checkpoints store this as a dict; a field missing from an older checkpoint takes the default
-    written here, so new fields must keep the behaviour of models trained before they existed.
+    Checkpoints store this as a dict. A field missing from an older checkpoint takes the default
+    written here, so a new field's default must keep the behaviour of models trained before it.
     """
     block_size: int = 128          # training context length, in tokens
     vocab_size: int = 65
@@ -143,20 +145,59 @@ def build_rope_cache(seq_len: int, rope_dims: int, base: float,
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate the first r channels of x, r = cos.shape[-1], and pass the rest through.
 
+    In plain tensor ops, with x1, x2 the two halves of the rotated slice x[..., :r]:
+
+        rotated = cat(x1 * cos - x2 * sin, x2 * cos + x1 * sin)   # pair (i, i + r/2) turns by its angle
+        output  = cat(rotated, x[..., r:])                        # pass-through channels unchanged
+
+    _PartialRotary computes exactly this with fewer temporaries and a hand-written backward.
+
     Args:
         x: queries or keys, (B, nh, T, hs), any float dtype.
-        cos, sin: (T, r) float32 from build_rope_cache.
+        cos, sin: (T, r) float32 from build_rope_cache, without requires_grad.
     Returns:
-        A tensor like x. The rotation runs in float32 and is cast back to x.dtype; the
-        pass-through channels are the input's own values, bit for bit.
+        A new contiguous tensor like x. The rotation runs in float32 (float64 for float64 input) and
+        is cast back to x.dtype. The pass-through channels are the input's own values, bit for bit.
     """
+    return _PartialRotary.apply(x, cos, sin)
+
+
+def _rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, sign: float) -> torch.Tensor:
+    """Turn channel pair (i, i + r/2) of x by +angle (sign=1) or -angle (sign=-1); copy the rest."""
     r = cos.shape[-1]
-    x_rot, x_pass = x[..., :r], x[..., r:]
-    x_rot = x_rot.float()
-    x1, x2 = x_rot.chunk(2, dim=-1)                # (B, nh, T, r/2) each
-    rotated_half = torch.cat((-x2, x1), dim=-1)    # pairs (i, i + r/2) turned by 90 degrees
-    x_rot = x_rot * cos + rotated_half * sin
-    return torch.cat((x_rot.to(x.dtype), x_pass), dim=-1)
+    half = r // 2
+    out = x.clone(memory_format=torch.contiguous_format)  # pass-through channels: an exact copy
+    # Read the rotated channels from the dense copy: elementwise ops over q and k themselves,
+    # transposed views of the qkv projection, run several times slower on CPU.
+    x_rot = out[..., :r]
+    y = x_rot * cos  # float32 (cos is float32), or float64 for float64 input
+    y[..., :half].addcmul_(x_rot[..., half:], sin[..., :half], value=-sign)  # x1 cos - x2 sin
+    y[..., half:].addcmul_(x_rot[..., :half], sin[..., half:], value=sign)   # x2 cos + x1 sin
+    out[..., :r] = y  # cast back to x.dtype
+    return out
+
+
+class _PartialRotary(torch.autograd.Function):
+    """apply_rotary with its backward pass written out.
+
+    A rotation's transpose is the rotation by the opposite angle, so the gradient of the rotated
+    channels is the incoming gradient turned by -angle, and the pass-through channels pass it on
+    unchanged. Autograd through the slices of x would instead allocate a zero-filled gradient of
+    x's full size per slice and run its arithmetic on strided views.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            raise ValueError("apply_rotary computes no gradient for cos and sin; pass them without "
+                             "requires_grad, as build_rope_cache returns them")
+        ctx.save_for_backward(cos, sin)
+        return _rotate_pairs(x, cos, sin, sign=1.0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        cos, sin = ctx.saved_tensors
+        return _rotate_pairs(grad, cos, sin, sign=-1.0), None, None
 
 
 class RotaryEmbedding(nn.Module):
@@ -330,11 +371,11 @@ class GPT(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def rope_cache_bytes(self) -> int:
-        """Bytes of the cos/sin cache this model holds (0 for NoPE)."""
+        """Return the bytes of this model's cos/sin cache (0 for NoPE)."""
         return self.rotary.cache_bytes() if self.rotary is not None else 0
 
     def full_rope_cache_bytes(self) -> int:
-        """Bytes a full-RoPE cos/sin cache (all head_dim channels, float32) would take."""
+        """Return the bytes a full-RoPE cos/sin cache (all head_dim channels, float32) would take."""
         return 2 * self.config.block_size * self.config.head_dim * 4
 
     def forward(self, idx: torch.Tensor, targets: Optional[torch.Tensor] = None,

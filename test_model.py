@@ -342,7 +342,8 @@ def test_long_context_path_computes_new_positions(fraction, monkeypatch):
     if fraction > 0:
         cos, sin = model.rotary.cos_sin(96)
         want_cos, want_sin = build_rope_cache(96, model.config.rope_dims, 10000.0)
-        assert torch.equal(cos, want_cos) and torch.equal(sin, want_sin)
+        assert torch.equal(cos, want_cos)
+        assert torch.equal(sin, want_sin)
         assert not torch.equal(cos[40], cos[40 - 32])  # no wrapping
         assert model.rotary.cos.shape[0] == 32       # the stored cache is not grown
 
@@ -453,7 +454,9 @@ def test_config_round_trip_and_old_checkpoints():
     for newer in ("qk_norm", "parallel_residual", "arch", "pos_emb", "tie_embeddings"):
         old.pop(newer)
     restored = GPTConfig.from_dict(old)
-    assert restored.qk_norm is False and restored.arch == "llama" and restored.pos_emb == "none"
+    assert restored.qk_norm is False
+    assert restored.arch == "llama"
+    assert restored.pos_emb == "none"
     with pytest.raises(ValueError, match="unknown fields"):
         GPTConfig.from_dict({**config.to_dict(), "rotary_interleaved": True})
 
@@ -463,3 +466,47 @@ def test_rotary_module_rebuilds_after_dtype_round_trip():
     rotary.to(torch.float16).to(torch.float32)
     want, _ = build_rope_cache(16, 6, 10000.0)
     assert torch.equal(rotary.cos, want)
+
+
+# -----------------------------------------------------------------------------
+# The hand-written backward of apply_rotary
+
+def plain_ops_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Partial rotary through autograd-tracked slices and cat, in float32."""
+    r = cos.shape[-1]
+    x1, x2, x_pass = x[..., :r // 2].float(), x[..., r // 2:r].float(), x[..., r:]
+    c, s = cos[..., :r // 2], sin[..., :r // 2]
+    return torch.cat(((x1 * c - x2 * s).to(x.dtype), (x1 * s + x2 * c).to(x.dtype), x_pass), dim=-1)
+
+
+@pytest.mark.parametrize("r", [2, 6, 32, 64])
+def test_rotary_gradient_matches_autograd(r):
+    torch.manual_seed(0)
+    B, T, nh, hs = 2, 17, 3, 64
+    base = torch.randn(B, T, 3 * nh * hs)
+    cos, sin = build_rope_cache(T, r, 10000.0)
+    grads = []
+    for fn in (apply_rotary, plain_ops_rotary):
+        qkv = base.clone().requires_grad_()
+        q = qkv[..., :nh * hs].view(B, T, nh, hs).transpose(1, 2)  # strided, as in attention
+        out = fn(q, cos, sin)
+        out.backward(torch.linspace(-1, 1, out.numel()).view(out.shape))
+        grads.append(qkv.grad)
+    assert torch.allclose(grads[0], grads[1], atol=1e-6, rtol=0)
+    # pass-through channels hand the incoming gradient on unchanged
+    incoming = torch.linspace(-1, 1, B * nh * T * hs).view(B, nh, T, hs)
+    got = grads[0][..., :nh * hs].view(B, T, nh, hs).transpose(1, 2)
+    assert torch.equal(got[..., r:], incoming[..., r:])
+
+
+def test_rotary_bf16_gradient_stays_bf16():
+    x = torch.randn(1, 2, 8, 64, dtype=torch.bfloat16, requires_grad=True)
+    cos, sin = build_rope_cache(8, 6, 10000.0)
+    apply_rotary(x, cos, sin).sum().backward()
+    assert x.grad.dtype == torch.bfloat16
+
+
+def test_rotary_rejects_trainable_angles():
+    cos, sin = build_rope_cache(8, 6, 10000.0)
+    with pytest.raises(ValueError, match="no gradient for cos and sin"):
+        apply_rotary(torch.randn(1, 1, 8, 64, requires_grad=True), cos.requires_grad_(), sin)

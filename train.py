@@ -1,5 +1,6 @@
 """
-Train GPTs with full, partial and no RoPE on the same data, one run after another.
+Train GPTs with full, partial and no RoPE on the same data, one run after another: a small-scale
+reproduction of "Fractional Rotation, Full Potential?" (arXiv 2603.11611, called "the paper" below).
 
     python prepare_data.py                                   # data/shakespeare_char
     python train.py --rope_fraction 1 0.1 0                  # CPU preset, a few minutes a run
@@ -39,8 +40,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from model import GPT, GPTConfig, rotary_dims
 from prepare_data import decoder_from_meta, load_meta
 
-# Settings that differ between the two presets. Both keep head_dim = 64, so 10% means 6 channels
-# as in the paper. cpu: a few minutes a run on 2 cores; gpu: nanoGPT's "baby GPT" (6 x 6 x 384).
+# Settings that differ between the two presets. Both keep head_dim = 64, so 10% means 6 channels,
+# the paper's setting. cpu: a few minutes a run on 2 cores; gpu: nanoGPT's "baby GPT" (6 x 6 x 384).
 PRESETS = {
     "cpu": dict(n_layer=4, n_head=2, n_embd=128, block_size=128, batch_size=32, grad_accum=1,
                 max_iters=600, lr=2e-3, min_lr=2e-4, eval_interval=100, eval_iters=10),
@@ -214,7 +215,7 @@ def write_json_atomic(path: Path, obj: dict) -> None:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    """Write a checkpoint so that path always holds a complete one: temp file, fsync, rename."""
+    """Write a checkpoint so that path is always a complete one: temp file, fsync, rename."""
     tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "wb") as f:
@@ -417,7 +418,7 @@ def estimate_loss(model: torch.nn.Module, split: TokenFile, starts: torch.Tensor
 
 
 def rng_state() -> dict:
-    """Every random state a run consumes, stored as plain tensors and lists (weights_only-safe)."""
+    """Capture every random state a run consumes, as plain tensors and lists (weights_only-safe)."""
     np_state = np.random.get_state()
     state = {"torch": torch.get_rng_state(), "python": random.getstate(),
              "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
