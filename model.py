@@ -151,6 +151,8 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
         output  = cat(rotated, x[..., r:])                        # pass-through channels unchanged
 
     _PartialRotary computes exactly this with fewer temporaries and a hand-written backward.
+    NOTE: on a 2-core CPU this still adds about 4-5% to a CPU-preset training step over NoPE, at
+    any r, mostly the full copy of q and k that an out-of-place rotation writes (assets/benchmark.md).
 
     Args:
         x: queries or keys, (B, nh, T, hs), any float dtype.

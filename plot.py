@@ -984,7 +984,8 @@ def has_long_context(groups: Sequence[Group]) -> bool:
 def draw_long_context(ax: Axes, groups: Sequence[Group], styles: dict) -> None:
     """Draw val loss against evaluation context length (mean over seeds) for runs that recorded it.
 
-    A vertical dotted line marks each training block_size.
+    A vertical dotted line marks each training block_size. A run's final val loss is its point at
+    the training block_size, so each curve starts at 1x the training context.
     """
     trained_lengths = set()
     for group in groups:
@@ -995,6 +996,8 @@ def draw_long_context(ax: Axes, groups: Sequence[Group], styles: dict) -> None:
                     values[length].append(loss)
             if run.long_context and run.block_size:
                 trained_lengths.add(run.block_size)
+                if math.isfinite(run.final_val_loss) and run.block_size not in run.long_context:
+                    values[run.block_size].append(run.final_val_loss)
         if not values:
             continue
         lengths = sorted(values)

@@ -651,3 +651,12 @@ def test_show_uses_pyplot_and_still_saves(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1].lower() == "pyplot agg"
     assert (tmp_path / "comparison.png").is_file()
+
+
+def test_long_context_starts_at_training_length(tmp_path):
+    # train.py records only the longer lengths; the final val loss is the point at block_size.
+    write_run(tmp_path, 1.0, final_loss=1.5, long_context={256: 1.9, 512: 2.4})
+    fig, _rows = plot.render([tmp_path], dpi=40)
+    curve = next(line for line in axes_by_label(fig)["long_context"].get_lines() if len(line.get_xdata()) > 2)
+    assert list(curve.get_xdata()) == [128, 256, 512]
+    assert list(curve.get_ydata()) == pytest.approx([1.5, 1.9, 2.4])
