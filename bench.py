@@ -917,8 +917,21 @@ def print_measurements(rows: list[dict], rotary_rows: list[dict], checks: list[d
 
 def write_json(path: Path, result: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def check_output_path(path: Path) -> None:
+    """Raise BenchError before any measurement when --out cannot be written."""
+    if path.is_dir():
+        raise BenchError(f"--out {path} is a directory; name a .json file")
+    if not path.parent.is_dir():
+        raise BenchError(f"--out {path}: folder {path.parent} not found; create it or pick another path")
+    if not os.access(path.parent, os.W_OK):
+        raise BenchError(f"--out {path}: folder {path.parent} is not writable; pick another path")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -928,6 +941,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         device = resolve_device(args.device)
         device_type = "cuda" if device.startswith("cuda") else "cpu"
         dtype = pick_dtype(args.dtype, device_type)
+        check_output_path(Path(args.out))
     except (BenchError, RunError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -81,6 +81,8 @@ class GPTConfig:
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be a positive integer")
+        if not (self.rope_base > 0 and math.isfinite(self.rope_base)):
+            raise ValueError(f"rope_base={self.rope_base} must be a finite number > 0 (usually 10000)")
         rotary_dims(self.head_dim, self.rope_fraction)  # validates the fraction
 
     @property

@@ -530,7 +530,8 @@ def test_fresh_run_over_checkpoint_needs_overwrite(tmp_path, tiny_run, data_dir,
 
     assert train.main(flags) == 1
     err = capsys.readouterr().err
-    assert str(run_dir / "ckpt.pt") in err
+    assert str(run_dir) in err
+    assert "ckpt.pt" in err
     assert "--resume" in err
     assert "--overwrite" in err
     assert read_json(run_dir / "summary.json")["iters"] == 30  # untouched
@@ -540,6 +541,59 @@ def test_fresh_run_over_checkpoint_needs_overwrite(tmp_path, tiny_run, data_dir,
     assert len(events(log, "header")) == 1
     assert [i for i, _ in train_losses(run_dir)] == [1, 2, 3, 4]
     assert read_json(run_dir / "summary.json")["iters"] == 4
+
+
+def test_fresh_run_over_old_log_needs_overwrite(tmp_path, tiny_run, data_dir, capsys):
+    # A run directory whose checkpoint was deleted still has a log and a summary to protect.
+    out_dir, run_dir = copy_run(tiny_run, tmp_path)
+    (run_dir / "ckpt.pt").unlink()
+    before = (run_dir / "log.jsonl").read_bytes()
+
+    assert train.main(run_flags(data_dir, out_dir, max_iters=4)) == 1
+    assert "log.jsonl" in capsys.readouterr().err
+    assert (run_dir / "log.jsonl").read_bytes() == before
+
+
+def test_resume_on_other_data_fails(tmp_path, tiny_run, capsys):
+    out_dir, run_dir = copy_run(tiny_run, tmp_path)
+    (run_dir / "summary.json").unlink()  # an unfinished run
+    other = write_data_dir(tmp_path / "other")
+    meta = read_json(other / "meta.json")
+    meta["vocab"] = meta["vocab"] + ["\u00e9"]
+    meta["vocab_size"] += 1
+    (other / "meta.json").write_text(json.dumps(meta))
+    before = (run_dir / "ckpt.pt").read_bytes()
+
+    assert train.main([*run_flags(other, out_dir), "--resume"]) == 1
+    err = capsys.readouterr().err
+    assert "vocab_size" in err
+    assert (run_dir / "ckpt.pt").read_bytes() == before
+
+
+def test_data_checked_against_meta(tmp_path, capsys):
+    data = write_data_dir(tmp_path / "data")
+    ids = np.fromfile(data / "train.bin", dtype=np.uint16)
+    ids[:-10].tofile(data / "train.bin")  # truncated
+    assert train.main(run_flags(data, tmp_path / "out")) == 1
+    assert "meta.json expects" in capsys.readouterr().err
+
+    data = write_data_dir(tmp_path / "data2")
+    meta = read_json(data / "meta.json")
+    meta["vocab_size"] = 3
+    meta["vocab"] = meta["vocab"][:3]
+    (data / "meta.json").write_text(json.dumps(meta))
+    assert train.main(run_flags(data, tmp_path / "out2")) == 1
+    assert "vocab_size 3" in capsys.readouterr().err
+    assert not (tmp_path / "out2").exists()
+
+
+@pytest.mark.parametrize("flag, value", [
+    ("--rope_base", "0"), ("--rope_base", "nan"), ("--beta1", "1.5"), ("--grad_clip", "-1"),
+    ("--spike_factor", "nan"), ("--sample_tokens", "-5"), ("--seed", "-1"), ("--device", "foo")])
+def test_invalid_flag_values_rejected(tmp_path, data_dir, capsys, flag, value):
+    assert train.main([*run_flags(data_dir, tmp_path / "out"), flag, value]) == 1
+    assert flag in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_resume_contradicting_flag_fails(tmp_path, tiny_run, data_dir, capsys):
@@ -797,7 +851,7 @@ def test_model_from_checkpoint_rebuilds_model(tiny_run, data_dir):
         assert torch.equal(value, ckpt["model"][key])
 
     # Scoring the same fixed validation windows as the run reproduces its last val loss.
-    val = train.TokenFile(data_dir / "val.bin", "uint16")
+    val = train.TokenFile(data_dir / "val.bin", read_json(data_dir / "meta.json"), "val")
     starts = train.fixed_windows(val.num_tokens, 32, 1 * 8)  # eval_iters x batch_size windows
     val_loss = train.estimate_loss(rebuilt, val, starts, 32, 8, "cpu", contextlib.nullcontext())
     assert val_loss == pytest.approx(ckpt["val_loss"], abs=1e-6)

@@ -175,8 +175,25 @@ def validate_args(args: argparse.Namespace) -> None:
         raise RunError(f"--warmup_iters {args.warmup_iters} must be between 0 and --max_iters {args.max_iters}")
     if not 0 <= args.dropout < 1:
         raise RunError(f"--dropout {args.dropout} must be in [0, 1)")
-    if args.spike_factor <= 1:
-        raise RunError(f"--spike_factor {args.spike_factor} must be > 1")
+    if not args.spike_factor > 1 or math.isinf(args.spike_factor):
+        raise RunError(f"--spike_factor {args.spike_factor} must be a finite number > 1")
+    if not math.isfinite(args.lr):
+        raise RunError(f"--lr {args.lr} must be finite")
+    if not (args.rope_base > 0 and math.isfinite(args.rope_base)):
+        raise RunError(f"--rope_base {args.rope_base} is invalid; it must be a finite number > 0 (usually 10000)")
+    for key in ("beta1", "beta2"):
+        if not 0 <= getattr(args, key) < 1:
+            raise RunError(f"--{key} {getattr(args, key)} must be in [0, 1)")
+    for key in ("weight_decay", "grad_clip"):
+        if not (getattr(args, key) >= 0 and math.isfinite(getattr(args, key))):
+            raise RunError(f"--{key} {getattr(args, key)} must be a finite number >= 0")
+    if args.sample_tokens < 0:
+        raise RunError(f"--sample_tokens {args.sample_tokens} must be >= 0; 0 skips sampling")
+    for seed in args.seed:
+        if not 0 <= seed < 2 ** 63:
+            raise RunError(f"--seed {seed} is invalid; use a non-negative integer below 2**63")
+    if args.resume and args.overwrite:
+        raise RunError("--resume and --overwrite contradict each other; pass one of them")
     for n in args.eval_block_sizes:
         if n < 1:
             raise RunError(f"--eval_block_sizes {n} is invalid; give context lengths in tokens")
@@ -234,8 +251,19 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 
 def load_checkpoint(path: Path, device: str = "cpu") -> dict:
-    """Load a checkpoint written by save_checkpoint; plain tensors and containers only."""
-    return torch.load(path, map_location=device, weights_only=True)
+    """Load a checkpoint written by save_checkpoint; plain tensors and containers only.
+
+    Raises RunError naming the file when it is not a readable checkpoint.
+    """
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # torch.load raises pickle, zip and runtime errors for damaged files
+        raise RunError(f"{path} is not a readable checkpoint ({type(e).__name__}); restore it or start "
+                       f"the run again with --overwrite") from None
+    missing = [k for k in ("model", "optimizer", "model_config", "iter") if k not in ckpt]
+    if not isinstance(ckpt, dict) or missing:
+        raise RunError(f"{path} lacks {missing}; it was not written by train.py")
+    return ckpt
 
 
 def clean_state_dict(state_dict: dict) -> dict:
@@ -280,6 +308,9 @@ def git_commit() -> Optional[str]:
 
 
 def pick_device(requested: str) -> str:
+    valid = requested in ("auto", "cpu", "mps", "cuda") or (requested.startswith("cuda:") and requested[5:].isdigit())
+    if not valid:
+        raise RunError(f"--device {requested} is invalid; use auto, cpu, cuda, cuda:N or mps")
     if requested != "auto":
         if requested.startswith("cuda") and not torch.cuda.is_available():
             raise RunError(f"--device {requested} requested but CUDA is not available; use --device cpu")
@@ -316,11 +347,22 @@ class TokenFile:
     memory over a long run (the same trick as nanoGPT).
     """
 
-    def __init__(self, path: Path, dtype: str):
-        if not path.exists():
+    def __init__(self, path: Path, meta: dict, split: str):
+        if not path.is_file():
             raise RunError(f"{path} not found; run: python prepare_data.py --data_dir {path.parent}")
-        self.path, self.dtype = path, np.dtype(dtype)
-        self.num_tokens = path.stat().st_size // self.dtype.itemsize
+        self.path, self.dtype = path, np.dtype(meta["dtype"])
+        size = path.stat().st_size
+        self.num_tokens = size // self.dtype.itemsize
+        expected = meta.get(f"{split}_tokens")
+        if size % self.dtype.itemsize or (expected is not None and self.num_tokens != expected):
+            raise RunError(f"{path} has {size} bytes, but meta.json expects {expected} {meta['dtype']} tokens; "
+                           f"the data is truncated or from another run of prepare_data.py: run it again")
+        if self.num_tokens:
+            # An id outside the vocabulary would index past the embedding table, so check them all once.
+            top = int(np.max(np.memmap(path, dtype=self.dtype, mode="r")))
+            if top >= meta["vocab_size"]:
+                raise RunError(f"{path} contains token id {top}, but meta.json has vocab_size "
+                               f"{meta['vocab_size']}; run prepare_data.py again for {path.parent}")
 
     def windows(self, starts: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Return inputs and next-token targets, each (len(starts), length) int64."""
@@ -451,11 +493,19 @@ RESUMED_FLAGS = ("batch_size", "grad_accum", "max_iters", "lr", "min_lr", "warmu
                  "beta1", "beta2", "grad_clip", "eval_interval", "eval_iters", "spike_factor", "log_interval")
 
 
+def read_status(summary_path: Path) -> Optional[str]:
+    """Return the status in a summary.json, or None when the file is damaged."""
+    try:
+        return json.loads(summary_path.read_text(encoding="utf-8")).get("status")
+    except (ValueError, AttributeError, OSError):
+        return None
+
+
 def resume_settings(args: argparse.Namespace, ckpt: dict) -> argparse.Namespace:
     """Return a copy of args with the checkpoint's training settings where no flag overrides them."""
     resumed = argparse.Namespace(**vars(args))
     for key in RESUMED_FLAGS:
-        if key not in args.explicit and key in ckpt["settings"]:
+        if key not in args.explicit and key in ckpt.get("settings", {}):
             setattr(resumed, key, ckpt["settings"][key])
     return resumed
 
@@ -538,19 +588,26 @@ class Run:
         if args.resume:
             if not ckpt_path.exists():
                 raise RunError(f"--resume: {ckpt_path} not found; run without --resume to start this run")
-            if summary_path.exists() and json.loads(summary_path.read_text()).get("status") == "finished":
-                self.print(f"status=finished iters={json.loads(summary_path.read_text()).get('iters')} "
-                           f"message=\"run is finished; nothing to resume\"")
+            if summary_path.exists() and read_status(summary_path) == "finished":
+                note = " (--max_iters applies to new runs only: start one with another --out_dir to train longer)" \
+                    if "max_iters" in args.explicit else ""
+                self.print(f"status=finished message=\"run is finished; nothing to resume{note}\"")
                 return "finished"
             ckpt = load_checkpoint(ckpt_path, device)
+            vocab = ckpt["model_config"].get("vocab_size")
+            if vocab != self.meta["vocab_size"]:
+                raise RunError(f"--resume: {ckpt_path} was trained with vocab_size {vocab}, but "
+                               f"{args.data_dir} has vocab_size {self.meta['vocab_size']}; pass the run's own --data_dir")
             self.args = args = resume_settings(args, ckpt)
-        elif ckpt_path.exists() and not args.overwrite:
-            raise RunError(f"{ckpt_path} already exists; pass --resume to continue it, --overwrite to "
-                           f"start again, or choose another --out_dir")
+        elif not args.overwrite:
+            existing = [p.name for p in (ckpt_path, self.log_path, summary_path) if p.exists()]
+            if existing:
+                raise RunError(f"{self.dir} already holds {', '.join(existing)}; pass --resume to continue "
+                               f"it, --overwrite to start again, or choose another --out_dir")
 
         config = resolve_model_config(args, self.fraction, self.meta["vocab_size"], ckpt)
-        train_data = TokenFile(Path(args.data_dir) / "train.bin", self.meta["dtype"])
-        val_data = TokenFile(Path(args.data_dir) / "val.bin", self.meta["dtype"])
+        train_data = TokenFile(Path(args.data_dir) / "train.bin", self.meta, "train")
+        val_data = TokenFile(Path(args.data_dir) / "val.bin", self.meta, "val")
         check_split_length(train_data, config.block_size, "train")
         check_split_length(val_data, config.block_size, "val")
 
@@ -667,8 +724,9 @@ class Run:
                 status = "diverged"
                 self.log({"event": "train", "iter": it + 1, "loss": train_loss, "lr": lr,
                           "grad_norm": grad_norm, "tokens": (it + 1) * tokens_per_step, "ms": 0.0})
+                kept = f"the last good checkpoint is kept in {ckpt_path}" if ckpt_path.exists() else "no checkpoint was written"
                 self.print(f"iter={it + 1} status=diverged loss={train_loss} grad_norm={grad_norm} "
-                           f"message=\"non-finite loss; the last good checkpoint is kept in {ckpt_path}\"")
+                           f"message=\"non-finite loss; {kept}\"")
                 break
             scaler.step(optimizer)
             scaler.update()
@@ -818,6 +876,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                 statuses[run.name] = run.execute()
     except RunError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # an unwritable --out_dir, a full disk, a directory where a file belongs
+        print(f"error: {e.strerror or e} ({e.filename}); check --out_dir and --data_dir", file=sys.stderr)
         return 1
     finally:
         if ctx["world"] > 1 and dist.is_initialized():
