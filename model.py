@@ -12,9 +12,9 @@ token's position. Partial RoPE rotates only the first r channels of every head a
 pass through untouched, so those channels carry content only. One head of head_dim = 64 at
 rope_fraction = 0.1 (r = int(64 * 0.1) = 6, rounded down to an even number):
 
-    channel:  0   1   2 | 3   4   5 | 6   7   8  ...  63
-             [x1 x1  x1 | x2  x2  x2]|[ pass-through ....]
-              \_________ rotated (r = 6) ________/ \_ 58 channels, unchanged _/
+    channel:   0   1   2   3   4   5 | 6   7   8  ...  63
+             [x1  x1  x1  x2  x2  x2]|[ pass-through ...]
+              \_ rotated, r = 6 ___/  \_ 58 unchanged _/
 
     pairs (GPT-NeoX "rotate half"): (0, 3), (1, 4), (2, 5), i.e. channel i with i + r/2
     pair i turns by angle  pos * theta_i,  theta_i = base ** (-2i / r),  i = 0 .. r/2 - 1

@@ -524,6 +524,18 @@ def test_resume_without_checkpoint_fails(tmp_path, data_dir, capsys):
     assert "not found" in err
 
 
+def test_resume_starts_runs_not_yet_begun(tmp_path, tiny_run, data_dir, capsys):
+    # A sweep stopped during its first run: --resume finishes that run and starts the next one.
+    out_dir, run_dir = copy_run(tiny_run, tmp_path)
+    (run_dir / "summary.json").unlink()
+    flags = run_flags(data_dir, out_dir, fractions=("1", "0"), max_iters=30, eval_interval=10)
+
+    assert train.main([*flags, "--resume"]) == 0
+    assert "starting this run from step 0" in capsys.readouterr().out
+    assert read_json(run_dir / "summary.json")["status"] == "finished"
+    assert read_json(out_dir / "rope0.00-s1" / "summary.json")["iters"] == 30
+
+
 def test_fresh_run_over_checkpoint_needs_overwrite(tmp_path, tiny_run, data_dir, capsys):
     out_dir, run_dir = copy_run(tiny_run, tmp_path)
     flags = run_flags(data_dir, out_dir, max_iters=4)
@@ -953,3 +965,15 @@ def test_compile_failure_stops_before_training(tmp_path, data_dir, monkeypatch, 
     assert "--no-compile" in err
     assert "backend exploded" in err
     assert not out_dir.exists()  # nothing written: training never started
+
+
+def test_tokenizer_checked_before_training(tmp_path, data_dir, capsys, monkeypatch):
+    # A GPT-2 vocabulary that cannot be loaded must stop the sweep before step 1, not at the sample.
+    def unavailable(meta):
+        raise RuntimeError("could not load the GPT-2 BPE vocabulary; set TIKTOKEN_CACHE_DIR")
+
+    monkeypatch.setattr(train, "decoder_from_meta", unavailable)
+    assert train.main([*run_flags(data_dir, tmp_path / "out"), "--sample_tokens", "20"]) == 1
+    assert "--sample_tokens 0" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    assert train.main([*run_flags(data_dir, tmp_path / "out"), "--sample_tokens", "0"]) == 0

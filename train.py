@@ -126,7 +126,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                    help="tokens to sample at the end of each run; 0 skips sampling (default 200)")
     g.add_argument("--spike_factor", type=float, default=1.3,
                    help="a step is a loss spike when its loss exceeds this factor times the median "
-                        "of the previous 50 losses (default 1.3)")
+                        "of the previous 50 losses; judged from step 21 on (default 1.3)")
 
     g = p.add_argument_group("hardware")
     g.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
@@ -585,7 +585,10 @@ class Run:
 
         # ---- resume or start ----
         ckpt = None
-        if args.resume:
+        if args.resume and not self.dir.exists():
+            # A sweep stopped before this run began: start it, so one --resume continues the sweep.
+            self.print("message=\"no run directory yet; starting this run from step 0\"")
+        elif args.resume:
             if not ckpt_path.exists():
                 raise RunError(f"--resume: {ckpt_path} not found; run without --resume to start this run")
             if summary_path.exists() and read_status(summary_path) == "finished":
@@ -602,7 +605,7 @@ class Run:
         elif not args.overwrite:
             existing = [p.name for p in (ckpt_path, self.log_path, summary_path) if p.exists()]
             if existing:
-                raise RunError(f"{self.dir} already holds {', '.join(existing)}; pass --resume to continue "
+                raise RunError(f"{self.dir} already contains {', '.join(existing)}; pass --resume to continue "
                                f"it, --overwrite to start again, or choose another --out_dir")
 
         config = resolve_model_config(args, self.fraction, self.meta["vocab_size"], ckpt)
@@ -664,7 +667,12 @@ class Run:
             write_json_atomic(self.dir / "config.json", {k: v for k, v in header.items() if k != "event"})
         r, hs = config.rope_dims, config.head_dim
         rope_bytes, full_bytes = raw_model.rope_cache_bytes(), raw_model.full_rope_cache_bytes()
-        saving = f"{full_bytes / rope_bytes:.1f}x smaller" if rope_bytes else "no cache (NoPE)"
+        if not rope_bytes:
+            saving = "no cache (NoPE)"
+        elif rope_bytes == full_bytes:
+            saving = "full RoPE"
+        else:
+            saving = f"{full_bytes / rope_bytes:.1f}x smaller"
         self.print(f"rope_dims={r}/{hs} params={raw_model.num_params()} device={device} dtype={self.dtype} "
                    f"cos_sin_bytes={rope_bytes} full_rope_bytes={full_bytes} saving=\"{saving}\" "
                    f"start_iter={start_iter}")
@@ -859,6 +867,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         meta = load_meta(args.data_dir)
         if args.out_dir is None:
             args.out_dir = str(Path("out") / meta.get("dataset", Path(args.data_dir).name))
+        if args.sample_tokens > 0:
+            try:  # load the tokenizer now, so a missing vocabulary fails before training, not after
+                decoder_from_meta(meta)
+            except RuntimeError as e:
+                raise RunError(f"{e} (or pass --sample_tokens 0 to skip the end-of-run sample)") from None
         ctx = setup_distributed(args)
     except (RunError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -877,6 +890,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     except RunError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"interrupted; each run keeps its last checkpoint (every --eval_interval steps): rerun the "
+              f"same command with --resume to continue", file=sys.stderr)
+        return 130
     except OSError as e:  # an unwritable --out_dir, a full disk, a directory where a file belongs
         print(f"error: {e.strerror or e} ({e.filename}); check --out_dir and --data_dir", file=sys.stderr)
         return 1
