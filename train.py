@@ -891,8 +891,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"interrupted; each run keeps its last checkpoint (every --eval_interval steps): rerun the "
-              f"same command with --resume to continue", file=sys.stderr)
+        print("interrupted; each run keeps its last checkpoint (every --eval_interval steps): rerun the "
+              "same command with --resume to continue", file=sys.stderr)
         return 130
     except OSError as e:  # an unwritable --out_dir, a full disk, a directory where a file belongs
         print(f"error: {e.strerror or e} ({e.filename}); check --out_dir and --data_dir", file=sys.stderr)
