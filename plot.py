@@ -668,13 +668,18 @@ def run_styles(groups: Sequence[Group]) -> dict[tuple, dict[str, Any]]:
     """Return the line style of each group, keyed by Group.key.
 
     Colour follows the rank of the rope fraction on the viridis colormap, from dark (few rotated
-    channels) to light (full RoPE). NoPE is black. QK-norm runs are dashed, runs with other
-    architecture flags dotted, and both dash-dotted.
+    channels) to light (full RoPE). NoPE is black. QK-norm runs are dashed. Runs with other
+    architecture flags are dotted, with a dot pattern of their own for each distinct set of flags
+    (parallel residual, GPT-2 style, ...), and QK-norm with other flags is dash-dotted.
     """
     fractions = sorted({g.fraction for g in groups if not g.is_nope and not math.isnan(g.fraction)})
     colormap = matplotlib.colormaps["viridis"]
     positions = np.linspace(0.12, 0.85, len(fractions)) if len(fractions) > 1 else [0.45]
     colour_of = {f: colormap(p) for f, p in zip(fractions, positions)}
+
+    dot_patterns = [":", (0, (1, 1, 4, 1)), (0, (1, 4)), (0, (3, 1, 1, 1, 1, 1))]
+    other_archs = sorted({g.first.arch for g in groups if any(g.first.arch)}, key=repr)
+    dots_of = {arch: dot_patterns[i % len(dot_patterns)] for i, arch in enumerate(other_archs)}
 
     styles = {}
     for group in groups:
@@ -683,9 +688,10 @@ def run_styles(groups: Sequence[Group]) -> dict[tuple, dict[str, Any]]:
             colour = "black"
         else:
             colour = colour_of.get(group.fraction, "grey")
-        other_arch = any(run.arch)
-        linestyle = {(False, False): "-", (True, False): "--", (False, True): ":", (True, True): "-."}[
-            (run.qk_norm, other_arch)]
+        if not any(run.arch):
+            linestyle = "--" if run.qk_norm else "-"
+        else:
+            linestyle = "-." if run.qk_norm else dots_of[run.arch]
         styles[group.key] = {"color": colour, "linestyle": linestyle}
     return styles
 

@@ -660,3 +660,24 @@ def test_long_context_starts_at_training_length(tmp_path):
     curve = next(line for line in axes_by_label(fig)["long_context"].get_lines() if len(line.get_xdata()) > 2)
     assert list(curve.get_xdata()) == [128, 256, 512]
     assert list(curve.get_ydata()) == pytest.approx([1.5, 1.9, 2.4])
+
+
+def test_architectures_get_distinct_styles(tmp_path):
+    # Parallel-residual and GPT-2-style runs in one folder must not share a line style.
+    write_run(tmp_path, 1.0)
+    write_run(tmp_path, 1.0, parallel=True)
+    write_run(tmp_path, 0.0, parallel=True, qk_norm=True)
+    gpt2_dir = write_run(tmp_path, 0.0, seed=5)
+    for name in ("summary.json", "config.json"):
+        data = json.loads((gpt2_dir / name).read_text())
+        target = data["model"] if name == "config.json" else data
+        target["arch"], target["pos_emb"] = "gpt2", "learned"
+        data["group"] = "rope0.00-gpt2-learnedpos"
+        (gpt2_dir / name).write_text(json.dumps(data))
+
+    groups = plot.aggregate(plot.load_runs([tmp_path]))
+    styles = {g.first.arch + (g.first.qk_norm,): plot.run_styles(groups)[g.key]["linestyle"] for g in groups}
+    assert len(styles) == 4
+    assert styles[(False, False, False, False)] == "-"
+    assert styles[(False, False, True, True)] == "-."
+    assert styles[(False, False, True, False)] != styles[(True, True, False, False)]
