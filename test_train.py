@@ -201,8 +201,8 @@ def one_step_flags(data_dir: Path, out_dir: Path, batch_size: int, grad_accum: i
 
     Adam's first step moves each weight by lr * g / (|g| + 1e-8). So where a gradient is near 1e-8,
     float32 rounding of g becomes a parameter difference proportional to lr. Measured with torch
-    2.13 on CPU and this file's model and data, batch 8 x 1 and batch 2 x 4 differed by 4.8e-6 at
-    lr 1e-2 and by 4.8e-7 at lr 1e-3, while their gradients differed by 2.3e-8 at both.
+    2.13 on CPU with this file's model and data, batch 8 x 1 and batch 2 x 4 differed by 4.8e-6
+    at lr 1e-2 and by 4.8e-7 at lr 1e-3. Their gradients differed by 2.3e-8 at both.
     """
     return run_flags(data_dir, out_dir, max_iters=1, eval_interval=1,
                      extra=("--lr", "1e-3", "--batch_size", str(batch_size), "--grad_accum", str(grad_accum)))

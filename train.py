@@ -157,11 +157,15 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 
 
 def validate_args(args: argparse.Namespace) -> None:
+    """Raise RunError naming the flag when a setting is out of range."""
+    # sizes and counts
     positive = ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "grad_accum", "max_iters",
                 "eval_interval", "eval_iters", "log_interval")
     for key in positive:
         if getattr(args, key) < 1:
             raise RunError(f"--{key} {getattr(args, key)} is invalid; it must be at least 1")
+
+    # head shape and rotated channels
     if args.n_embd % args.n_head:
         raise RunError(f"--n_embd {args.n_embd} is not divisible by --n_head {args.n_head}")
     for f in args.rope_fraction:
@@ -169,6 +173,8 @@ def validate_args(args: argparse.Namespace) -> None:
             rotary_dims(args.n_embd // args.n_head, f)
         except ValueError as e:
             raise RunError(f"--rope_fraction: {e}") from None
+
+    # optimisation and model numbers
     if not (args.lr > 0 and 0 <= args.min_lr <= args.lr):
         raise RunError(f"--lr {args.lr} and --min_lr {args.min_lr} are invalid; need 0 <= min_lr <= lr, lr > 0")
     if not 0 <= args.warmup_iters <= args.max_iters:
@@ -187,6 +193,8 @@ def validate_args(args: argparse.Namespace) -> None:
     for key in ("weight_decay", "grad_clip"):
         if not (getattr(args, key) >= 0 and math.isfinite(getattr(args, key))):
             raise RunError(f"--{key} {getattr(args, key)} must be a finite number >= 0")
+
+    # evaluation, sampling and run identity
     if args.sample_tokens < 0:
         raise RunError(f"--sample_tokens {args.sample_tokens} must be >= 0; 0 skips sampling")
     for seed in args.seed:
@@ -379,11 +387,11 @@ def fixed_windows(num_tokens: int, length: int, count: int) -> torch.Tensor:
 
 
 class BatchSampler:
-    """Draws the random training windows for each optimizer step from its own generator.
+    """Sampler of the random training windows, with a generator of its own.
 
-    One step draws batch_size x grad_accum windows, the global batch, whatever the number of
-    processes; micro-step j of rank k takes chunk j * world_size + k. So batch 8 x 1 step, batch
-    2 x 4 micro-steps and 2 processes x 2 micro-steps all see the same windows.
+    One optimizer step draws batch_size x grad_accum windows (the global batch), whatever the
+    number of processes. Micro-step j of rank k takes chunk j * world_size + k. So one step of
+    batch 8, four micro-steps of batch 2 and 2 processes x 2 micro-steps all see the same windows.
     """
 
     def __init__(self, seed: int, num_tokens: int, block_size: int, batch_size: int, grad_accum: int):
@@ -533,7 +541,7 @@ def resolve_model_config(args: argparse.Namespace, fraction: float, vocab_size: 
 # One run
 
 class Run:
-    """One training run: a rope fraction, a seed and the shared settings."""
+    """Training run of one rope fraction and one seed, with the sweep's shared settings."""
 
     def __init__(self, args: argparse.Namespace, fraction: float, seed: int, meta: dict, ctx: dict):
         self.args, self.fraction, self.seed, self.meta = args, fraction, seed, meta
