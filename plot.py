@@ -78,6 +78,7 @@ class Run:
     seed: int | None
     setup: tuple  # (dataset, n_layer, n_head, n_embd, block_size): runs must match to be compared
     block_size: int | None
+    warmup_iters: int | None
     bytes_per_value: int
     cache_bytes: float  # cos/sin table bytes at block_size
     status: str
@@ -115,6 +116,8 @@ class Group:
     best_std: float = math.nan
     best_count: int = 0
     reference: Group | None = field(default=None, repr=False)
+    diff: float = math.nan  # mean final val loss minus the reference's, over paired seeds (see aggregate)
+    diff_std: float = math.nan  # sample std of the per-seed differences, NaN for fewer than two pairs
     diff_pct: float = math.nan
 
     @property
@@ -397,6 +400,7 @@ def _run_settings(path: Path, summary: dict, config: dict, header: dict) -> dict
         "setup": (_first(top_level("dataset"), setting("dataset")), _integer(setting("n_layer")), n_head, n_embd,
                   block_size),
         "block_size": block_size,
+        "warmup_iters": _integer(setting("warmup_iters")),
         "bytes_per_value": bytes_per_value,
         "cache_bytes": cache_bytes,
     }
@@ -581,8 +585,12 @@ def aggregate(runs: Sequence[Run]) -> list[Group]:
     """Group runs that differ only by seed, compute seed statistics and the diff from full RoPE.
 
     A group's reference is the full-RoPE group (rope_dims == head_dim, no QK-norm) with the same
-    setup and architecture flags. diff_pct = 100 * (final_mean - reference final_mean) / reference
-    final_mean, NaN without a reference. Groups are sorted by setup, architecture, fraction, QK-norm.
+    setup and architecture flags. Runs of one sweep with the same seed start from the same weights
+    and see the same batches, so the difference is paired by seed when the two groups share seeds:
+    diff is the mean over shared seeds of (final val loss - the reference's with that seed), and
+    diff_pct = 100 * diff / the reference's mean over those seeds. Without shared seeds both use
+    the means over all seeds. Both are NaN without a reference. Groups are sorted by setup,
+    architecture, fraction, QK-norm.
 
     Args:
         runs: loaded runs, in any order.
@@ -613,9 +621,29 @@ def aggregate(runs: Sequence[Run]) -> list[Group]:
     for group in groups:
         reference = references.get((group.first.setup, group.first.arch))
         group.reference = reference
-        if reference is not None and reference.final_mean > 0:
-            group.diff_pct = 100.0 * (group.final_mean - reference.final_mean) / reference.final_mean
+        if reference is not None:
+            _set_diff(group, reference)
     return groups
+
+
+def _final_by_seed(group: Group) -> dict[Any, float]:
+    return {r.seed: r.final_val_loss for r in group.counted_runs
+            if r.seed is not None and math.isfinite(r.final_val_loss)}
+
+
+def _set_diff(group: Group, reference: Group) -> None:
+    """Set group.diff, diff_std and diff_pct against the reference group (see aggregate)."""
+    ours, theirs = _final_by_seed(group), _final_by_seed(reference)
+    shared = [seed for seed in ours if seed in theirs]
+    if shared:
+        diffs = [ours[seed] - theirs[seed] for seed in shared]
+        group.diff, group.diff_std, _count = _mean_std(diffs)
+        base = float(np.mean([theirs[seed] for seed in shared]))
+    else:
+        group.diff = group.final_mean - reference.final_mean
+        base = reference.final_mean
+    if math.isfinite(group.diff) and base > 0:
+        group.diff_pct = 100.0 * group.diff / base
 
 
 # ----------------------------------------------------------------------------------------------
@@ -824,15 +852,16 @@ def gap_series(groups: Sequence[Group]) -> list[tuple[Group, np.ndarray, np.ndar
     """Return (group, iterations, gap) for every group that has a full-RoPE reference.
 
     The gap at an iteration is the group's mean val loss over seeds minus the reference's mean
-    val loss over seeds, at the iterations where both have a finite value. The reference itself
+    val loss, at the iterations where both have a finite value. As in aggregate(), the reference
+    mean covers only the seeds that the group has, when the two share any. The reference itself
     is left out.
 
     Args:
         groups: output of aggregate().
     """
-    def mean_by_iter(group: Group) -> dict[int, float]:
+    def mean_by_iter(runs: Sequence[Run]) -> dict[int, float]:
         values: dict[int, list[float]] = defaultdict(list)
-        for run in group.runs:
+        for run in runs:
             for iteration, loss in zip(run.evals["iter"], run.evals["val_loss"]):
                 if math.isfinite(loss):
                     values[int(iteration)].append(float(loss))
@@ -842,7 +871,9 @@ def gap_series(groups: Sequence[Group]) -> list[tuple[Group, np.ndarray, np.ndar
     for group in groups:
         if group.reference is None or group.reference is group:
             continue
-        ours, reference = mean_by_iter(group), mean_by_iter(group.reference)
+        seeds = {run.seed for run in group.runs}
+        reference_runs = [run for run in group.reference.runs if run.seed in seeds] or group.reference.runs
+        ours, reference = mean_by_iter(group.runs), mean_by_iter(reference_runs)
         shared = sorted(set(ours) & set(reference))
         if shared:
             gaps = np.array([ours[i] - reference[i] for i in shared])
@@ -1168,7 +1199,13 @@ def make_figure(groups: Sequence[Group], *, x_axis: str = "iter", smooth_window:
 # Table
 
 TABLE_COLUMNS = ("run (group)", "fraction", "rotated channels", "seeds", "final val loss", "best val loss",
-                 "vs full RoPE", "spikes", "cos/sin bytes", "saving", "status")
+                 "vs full RoPE", "diff from full RoPE", "spikes", "grad norm median / max", "cos/sin bytes", "saving",
+                 "status")
+
+
+def long_context_column(length: int) -> str:
+    """Return the table column name for the val loss at an evaluation context of `length` tokens."""
+    return f"val loss at {length} tokens"
 
 
 def _mean_std_text(mean: float, std: float, count: int, total: int) -> str:
@@ -1186,6 +1223,35 @@ def _diff_text(group: Group) -> str:
     if math.isfinite(group.diff_pct):
         return f"{group.diff_pct:+.2f}%"
     return "n/a"
+
+
+def _diff_nats_text(group: Group) -> str:
+    if group.reference is group:
+        return "reference"
+    if not math.isfinite(group.diff):
+        return "n/a"
+    if math.isnan(group.diff_std):
+        return f"{group.diff:+.4f}"
+    return f"{group.diff:+.4f} ± {group.diff_std:.4f}"
+
+
+def _grad_norm_text(group: Group) -> str:
+    """Return the median and max gradient norm of the group's steps after warmup, all seeds pooled."""
+    norms = []
+    for run in group.runs:
+        after_warmup = run.train["iter"] > (run.warmup_iters or 0)
+        norms.append(run.train["grad_norm"][after_warmup])
+    pooled = np.concatenate(norms) if norms else np.zeros(0)
+    pooled = pooled[np.isfinite(pooled)]
+    if len(pooled) == 0:
+        return "n/a"
+    return f"{np.median(pooled):.2f} / {pooled.max():.2f}"
+
+
+def _long_context_text(group: Group, length: int) -> str:
+    runs = group.counted_runs
+    mean, std, count = _mean_std(r.long_context.get(length, math.nan) for r in runs)
+    return _mean_std_text(mean, std, count, len(runs))
 
 
 def _saving_text(group: Group) -> str:
@@ -1206,12 +1272,14 @@ def _status_text(runs: Sequence[Run]) -> str:
 
 
 def table_rows(groups: Sequence[Group]) -> list[dict[str, str]]:
-    """Format one table row per group, keyed by TABLE_COLUMNS.
+    """Format one table row per group, keyed by TABLE_COLUMNS plus one long_context_column() per
+    evaluation length that any run has (train.py --eval_block_sizes), after "diff from full RoPE".
 
     Args:
         groups: output of aggregate(), already in table order.
     """
     several_setups = len({g.first.setup for g in groups}) > 1
+    lengths = sorted({length for g in groups for r in g.runs for length in r.long_context})
     rows = []
     for group in groups:
         run = group.first
@@ -1219,7 +1287,7 @@ def table_rows(groups: Sequence[Group]) -> list[dict[str, str]]:
         rope_dims = "?" if run.rope_dims is None else str(run.rope_dims)
         head_dim = "?" if run.head_dim is None else str(run.head_dim)
         count = len(group.runs)
-        rows.append({
+        row = {
             "run (group)": name,
             "fraction": "n/a" if math.isnan(run.fraction) else f"{run.fraction:g}",
             "rotated channels": f"{rope_dims}/{head_dim}",
@@ -1227,11 +1295,18 @@ def table_rows(groups: Sequence[Group]) -> list[dict[str, str]]:
             "final val loss": _mean_std_text(group.final_mean, group.final_std, group.final_count, count),
             "best val loss": _mean_std_text(group.best_mean, group.best_std, group.best_count, count),
             "vs full RoPE": _diff_text(group),
+            "diff from full RoPE": _diff_nats_text(group),
+        }
+        for length in lengths:
+            row[long_context_column(length)] = _long_context_text(group, length)
+        row.update({
             "spikes": str(sum(r.spikes for r in group.runs)),
+            "grad norm median / max": _grad_norm_text(group),
             "cos/sin bytes": "n/a" if math.isnan(run.cache_bytes) else f"{int(run.cache_bytes):,}",
             "saving": _saving_text(group),
             "status": _status_text(group.runs),
         })
+        rows.append(row)
     return rows
 
 
@@ -1239,21 +1314,29 @@ def format_table(rows: Sequence[dict[str, str]]) -> str:
     """Format rows as a Markdown table followed by notes on how the columns are computed.
 
     Args:
-        rows: output of table_rows().
+        rows: output of table_rows(); every row has the same columns.
     """
-    lines = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|"]
+    columns = list(rows[0]) if rows else list(TABLE_COLUMNS)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
     for row in rows:
-        lines.append("| " + " | ".join(row[c].replace("|", "\\|") for c in TABLE_COLUMNS) + " |")
+        lines.append("| " + " | ".join(row[c].replace("|", "\\|") for c in columns) + " |")
     lines += [
         "",
         "- Val losses: mean ± sample std (ddof 1) over seeds. \"(n of m seeds)\" means that non-finite values "
         "were left out, and so were runs without summary.json where other seeds have one.",
-        "- vs full RoPE: relative difference of the mean final val loss from the full-RoPE group (every head "
-        "channel rotated, no QK-norm) with the same architecture and setup.",
+        "- vs full RoPE: relative difference of the final val loss from the full-RoPE group (every head "
+        "channel rotated, no QK-norm) with the same architecture and setup, paired by seed: the mean over the "
+        "seeds both groups have of (loss - full-RoPE loss with that seed), over the full-RoPE mean of those "
+        "seeds. Groups without a shared seed compare means over all seeds. Diff from full RoPE: the same "
+        "difference in nats, ± the std of the per-seed differences.",
+        "- Grad norm: the global gradient norm before clipping, over the steps after warmup of all seeds.",
         "- cos/sin bytes: one table at the trained block_size, 2 × block_size × rotated channels × 4 bytes "
         "(float32). Saving: head channels / rotated channels.",
         "- Status \"incomplete\": no summary.json, so the run is still going or was killed.",
     ]
+    if any(column.startswith("val loss at ") for column in columns):
+        lines.append("- Val loss at N tokens: measured once after training on val windows of N tokens "
+                     "(train.py --eval_block_sizes), mean ± std over seeds.")
     return "\n".join(lines) + "\n"
 
 

@@ -372,11 +372,94 @@ def test_table_rows_mean_std_and_diff(tmp_path):
     assert row_for(rows, "rope1.00")["saving"] == "1x"
     nope = row_for(rows, "rope0.00")
     assert nope["final val loss"] == "1.7000"
-    assert nope["vs full RoPE"] == f"{100 * (1.70 - full) / full:+.2f}%"
+    # NoPE has seed 0 only, so it is compared with full RoPE's seed 0 (1.50), not the mean.
+    assert nope["vs full RoPE"] == f"{100 * (1.70 - 1.50) / 1.50:+.2f}%"
+    assert nope["vs full RoPE"] == "+13.33%"
     assert nope["spikes"] == "1"
     assert nope["cos/sin bytes"] == "0"
     assert nope["saving"] == "n/a (no table)"
-    assert row_for(rows, "rope0.00-qknorm")["vs full RoPE"] == f"{100 * (1.62 - full) / full:+.2f}%"
+    assert row_for(rows, "rope0.00-qknorm")["vs full RoPE"] == f"{100 * (1.62 - 1.50) / 1.50:+.2f}%"
+
+
+def test_table_diff_paired_by_seed(tmp_path):
+    finals = write_sweep(tmp_path)
+    rows = plot.table_rows(plot.aggregate(plot.load_runs([tmp_path])))
+    per_seed = np.array(finals["rope0.10"]) - np.array(finals["rope1.00"])
+    assert row_for(rows, "rope1.00")["diff from full RoPE"] == "reference"
+    assert row_for(rows, "rope0.10")["diff from full RoPE"] == f"{per_seed.mean():+.4f} ± {per_seed.std(ddof=1):.4f}"
+    assert row_for(rows, "rope0.10")["diff from full RoPE"] == "+0.0600 ± 0.0100"
+    assert row_for(rows, "rope0.00")["diff from full RoPE"] == "+0.2000"
+
+
+def test_table_diff_unpaired_without_shared_seeds(tmp_path):
+    for seed, loss in ((1, 1.50), (2, 1.60)):
+        write_run(tmp_path, 1.0, seed, final_loss=loss)
+    write_run(tmp_path, 0.1, 7, final_loss=1.65)
+    rows = plot.table_rows(plot.aggregate(plot.load_runs([tmp_path])))
+    assert row_for(rows, "rope0.10")["diff from full RoPE"] == "+0.1000"
+    assert row_for(rows, "rope0.10")["vs full RoPE"] == f"{100 * 0.10 / 1.55:+.2f}%"
+
+
+def test_gap_paired_by_seed(tmp_path):
+    write_run(tmp_path, 1.0, 1, final_loss=1.50, noise=0.0)
+    write_run(tmp_path, 1.0, 2, final_loss=1.70, noise=0.0)
+    write_run(tmp_path, 0.1, 1, final_loss=1.55, noise=0.0)
+    groups = plot.aggregate(plot.load_runs([tmp_path]))
+    [(group, iterations, gaps)] = plot.gap_series(groups)
+    assert group.label.startswith("10%")
+    assert iterations[-1] == 200
+    # Against seed 1 only: 1.55 - 1.50, not 1.55 - the two-seed mean 1.60.
+    np.testing.assert_allclose(gaps, 0.05, atol=1e-9)
+
+
+def test_table_long_context_columns(tmp_path):
+    finals = write_sweep(tmp_path)
+    rows = plot.table_rows(plot.aggregate(plot.load_runs([tmp_path])))
+    columns = list(rows[0])
+    lengths = ["val loss at 128 tokens", "val loss at 256 tokens", "val loss at 512 tokens"]
+    assert columns[columns.index("diff from full RoPE") + 1:columns.index("spikes")] == lengths
+    ten = row_for(rows, "rope0.10")
+    at_512 = np.array(finals["rope0.10"]) + 0.8
+    assert ten["val loss at 512 tokens"] == f"{at_512.mean():.4f} ± {at_512.std(ddof=1):.4f}"
+    assert ten["val loss at 512 tokens"] == "2.3800 ± 0.0300"
+    assert row_for(rows, "rope0.00")["val loss at 256 tokens"] == "2.0000"
+
+    text = plot.format_table(rows)
+    assert "| val loss at 256 tokens |" in text
+    assert "Val loss at N tokens" in text
+
+
+def test_table_long_context_missing_for_one_run(tmp_path):
+    write_run(tmp_path, 1.0, 0, long_context={256: 1.9})
+    write_run(tmp_path, 1.0, 1, long_context={256: 2.1})
+    write_run(tmp_path, 0.0, 0)
+    rows = plot.table_rows(plot.aggregate(plot.load_runs([tmp_path])))
+    assert row_for(rows, "rope1.00")["val loss at 256 tokens"] == "2.0000 ± 0.1414"
+    assert row_for(rows, "rope0.00")["val loss at 256 tokens"] == "n/a"
+
+
+def test_table_without_long_context_has_no_columns(tmp_path):
+    write_run(tmp_path, 1.0)
+    rows = plot.table_rows(plot.aggregate(plot.load_runs([tmp_path])))
+    assert list(rows[0]) == list(plot.TABLE_COLUMNS)
+    assert "Val loss at N tokens" not in plot.format_table(rows)
+
+
+def test_table_grad_norm_after_warmup(tmp_path):
+    run_dir = write_run(tmp_path, 0.0, spikes=(50,))
+    rows = plot.table_rows(plot.aggregate(plot.load_runs([tmp_path])))
+    median, maximum = (float(v) for v in row_for(rows, "rope0.00")["grad norm median / max"].split(" / "))
+    assert 1.0 <= median <= 1.2
+    assert maximum > 6.0
+
+    # With 60 warmup steps, the step-50 spike and its gradient norm fall inside the warmup.
+    config = json.loads((run_dir / "config.json").read_text())
+    config["settings"]["warmup_iters"] = 60
+    (run_dir / "config.json").write_text(json.dumps(config))
+    rows = plot.table_rows(plot.aggregate(plot.load_runs([tmp_path])))
+    median, maximum = (float(v) for v in row_for(rows, "rope0.00")["grad norm median / max"].split(" / "))
+    assert 1.0 <= median <= 1.2
+    assert maximum <= 1.2
 
 
 def test_table_diff_na_without_full_rope(tmp_path):
