@@ -637,7 +637,7 @@ def _set_diff(group: Group, reference: Group) -> None:
     shared = [seed for seed in ours if seed in theirs]
     if shared:
         diffs = [ours[seed] - theirs[seed] for seed in shared]
-        group.diff, group.diff_std, _count = _mean_std(diffs)
+        group.diff, group.diff_std, _ = _mean_std(diffs)
         base = float(np.mean([theirs[seed] for seed in shared]))
     else:
         group.diff = group.final_mean - reference.final_mean
@@ -1237,11 +1237,8 @@ def _diff_nats_text(group: Group) -> str:
 
 def _grad_norm_text(group: Group) -> str:
     """Return the median and max gradient norm of the group's steps after warmup, all seeds pooled."""
-    norms = []
-    for run in group.runs:
-        after_warmup = run.train["iter"] > (run.warmup_iters or 0)
-        norms.append(run.train["grad_norm"][after_warmup])
-    pooled = np.concatenate(norms) if norms else np.zeros(0)
+    pooled = np.concatenate([run.train["grad_norm"][run.train["iter"] > (run.warmup_iters or 0)]
+                             for run in group.runs])
     pooled = pooled[np.isfinite(pooled)]
     if len(pooled) == 0:
         return "n/a"
